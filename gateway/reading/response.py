@@ -8,7 +8,7 @@ is one run (a UI protocol's) ends it after that run's last event.
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from starlette.responses import Response
@@ -53,33 +53,22 @@ class Encoding(Protocol):
         renderer's)."""
 
 
-class EventStreamResponse(Response):
-    """The feed's batches in an encoding, one write per batch, straight to the ASGI server.
-
-    A task waits for the client to leave and stops the feed then, so a stream with nothing to send
-    ends at once, not at its next heartbeat. `on_close` runs however the stream ends (cleanup that
-    must reach Redis, such as giving back the stream slot). Under `call_detaching`, the body goes
-    on after the framework's call returned, on the server's own `send`: there, where the server
-    offers a direct write (gateway/protocol.py's `DirectBody`) and the encoding has `live_frames`,
-    the hub writes the live chunks that need nothing of the feed through it (gateway/live/hub.py).
-    """
+class _DetachedStream(Response):
+    """An event stream's response: its headers and first bytes (`head`) go through the framework's call
+    chain (so middleware such as CORS still adds its headers); its body then outlives that call under
+    `call_detaching`, on the server's own `send`, each write straight to the server rather than through
+    every middleware's wrapper of `send`. `on_close` runs however the stream ends (cleanup that must
+    reach Redis, such as giving back the stream slot)."""
 
     def __init__(
-        self,
-        feed: EventFeed,
-        first_gap: Gap | None,
-        encoding: Encoding,
-        headers: dict[str, str],
-        on_close: Callable[[], Awaitable[None]],
+        self, media_type: str, head: bytes, headers: dict[str, str], on_close: Callable[[], Awaitable[None]]
     ) -> None:
         # As StreamingResponse does: no body, so no Content-Length.
         self.status_code = 200
-        self.media_type = encoding.media_type
+        self.media_type = media_type
         self.background = None
         self.init_headers(headers)
-        self._feed = feed
-        self._encoding = encoding
-        self._head = encoding.head(first_gap)
+        self._head = head
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,12 +80,43 @@ class EventStreamResponse(Response):
             raise
         self.raw_headers, self._head = [], b""  # sent: not kept for as long as the stream stays open
         if (detached := scope.get(DETACHED)) is not None:
-            direct: DirectBody | None = scope.get(DIRECT_BODY)
-            if direct is not None and (frames := self._encoding.live_frames) is not None:
-                self._feed.write_directly(frames, direct)
+            self._detaching(scope)
             detached.append(self._body)
         else:
             await self._body(receive, send)
+
+    def _detaching(self, scope: Scope) -> None:
+        """The body is about to be detached, in the server's `scope`."""
+
+    async def _body(self, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class EventStreamResponse(_DetachedStream):
+    """The feed's batches in an encoding, one write per batch, straight to the ASGI server.
+
+    A task waits for the client to leave and stops the feed then, so a stream with nothing to send
+    ends at once, not at its next heartbeat. Detached (`call_detaching`), where the server offers a
+    direct write (gateway/protocol.py's `DirectBody`) and the encoding has `live_frames`, the hub writes
+    the live chunks that need nothing of the feed through it (gateway/live/hub.py).
+    """
+
+    def __init__(
+        self,
+        feed: EventFeed,
+        first_gap: Gap | None,
+        encoding: Encoding,
+        headers: dict[str, str],
+        on_close: Callable[[], Awaitable[None]],
+    ) -> None:
+        super().__init__(encoding.media_type, encoding.head(first_gap), headers, on_close)
+        self._feed = feed
+        self._encoding = encoding
+
+    def _detaching(self, scope: Scope) -> None:
+        direct: DirectBody | None = scope.get(DIRECT_BODY)
+        if direct is not None and (frames := self._encoding.live_frames) is not None:
+            self._feed.write_directly(frames, direct)
 
     async def _body(self, receive: Receive, send: Send) -> None:
         try:
@@ -126,6 +146,36 @@ async def disconnected(receive: Receive) -> None:
     """Return once the client has gone (its request's body was read already: only that is left)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+class ByteStreamResponse(_DetachedStream):
+    """An event stream that is not a feed's in an encoding (ACP's, rendered per connection with what it
+    reads beside the session's events): the bytes `chunks` yields, each a write, until it ends or the
+    client leaves (then it is closed)."""
+
+    def __init__(
+        self,
+        chunks: AsyncGenerator[bytes, None],
+        media_type: str,
+        head: bytes,
+        headers: dict[str, str],
+        on_close: Callable[[], Awaitable[None]],
+    ) -> None:
+        super().__init__(media_type, head, headers, on_close)
+        self._chunks = chunks
+
+    async def _body(self, receive: Receive, send: Send) -> None:
+        try:
+            with contextlib.suppress(ClientLeft):
+                await unless_left(receive, self._written(send))
+        finally:
+            await self._on_close()
+
+    async def _written(self, send: Send) -> None:
+        async with contextlib.aclosing(self._chunks) as chunks:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class ClientLeft(Exception):

@@ -367,6 +367,31 @@ async def test_open_connections_hold_no_redis_connection_and_each_still_prompts(
     assert len({editor.said() for editor in editors}) == 1 and editors[0].said()
 
 
+async def test_a_stream_the_client_left_gives_its_slot_back(start_gateway: Callable[..., Any]) -> None:
+    gateway = await start_gateway(max_streams_per_tenant=1, **AUTH)
+    async with _rest(gateway) as rest:
+        initialize = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": 1}}
+        made = await rest.post("/acp", json=initialize)
+        headers = {"Acp-Connection-Id": made.headers["Acp-Connection-Id"], "Accept": "text/event-stream"}
+
+        async def opened() -> int:
+            async with rest.stream("GET", "/acp", headers=headers) as stream:
+                if stream.status_code == 200:
+                    chunks = stream.aiter_bytes()  # (kept: a generator let go of closes the stream)
+                    assert await anext(chunks) == b": open\n\n"
+                    refused = await rest.get("/acp", headers=headers)  # the tenant's one slot is taken
+                    assert refused.status_code == 429, refused.text
+                return stream.status_code  # and the client leaves
+
+        async def opened_again() -> bool:
+            return await opened() == 200
+
+        assert await opened() == 200
+        # Its slot is given back as the gateway sees the client gone: the stream opens again, and again.
+        await eventually(opened_again, what="the stream opened again")
+        assert await opened_again()
+
+
 def _rest(gateway: Gateway) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(base_url=gateway.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
 

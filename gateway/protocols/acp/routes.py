@@ -12,14 +12,15 @@ sent comes on the socket, and the connection ends with it. Outside the OpenAPI s
 
 import asyncio
 import contextlib
+import functools
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from importlib.metadata import version
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, WebSocket
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from tokentail.gateway import socket_tasks
 from tokentail.gateway.access.auth import Caller, bearer_credential
@@ -32,6 +33,8 @@ from tokentail.gateway.protocols.acp.methods import (
     response,
 )
 from tokentail.gateway.protocols.acp.streams import Sent, outbox, session_messages, session_place
+from tokentail.gateway.reading.response import ByteStreamResponse
+from tokentail.gateway.reading.streams import SSE_HEADERS
 from tokentail.shared.features.acp_connections import AcpConnection, AcpConnections
 from tokentail.shared.vocabulary.errors import InvalidInput, SessionNotFound, TokentailError
 
@@ -39,7 +42,6 @@ router = APIRouter(include_in_schema=False)
 
 CONNECTION_HEADER, SESSION_HEADER = "Acp-Connection-Id", "Acp-Session-Id"
 CONNECTION_TTL_SECONDS = 3600  # a connection unused (no request, no stream open) this long is forgotten
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def connections_of(app_state: Any) -> AcpConnections:
@@ -141,15 +143,13 @@ async def stream(request: Request, caller: CallerDep) -> Response:
         await state.auth.check_access(caller, session_id, state.store)
     slot = await state.stream_slots.take(caller.tenant, caller.session_id)
 
-    async def frames() -> AsyncIterator[bytes]:
-        try:
-            yield b": open\n\n"  # the headers go now: a client waits for them before it posts to the session
-            async for sent in _sent(state, connection.connection_id, session_id, last):
-                yield _frames(sent)
-        finally:
-            await state.stream_slots.release(slot)
+    async def frames() -> AsyncGenerator[bytes, None]:
+        async for sent in _sent(state, connection.connection_id, session_id, last):
+            yield _frames(sent)
 
-    return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+    # (`: open`: the headers go now: a client waits for them before it posts to the session)
+    release = functools.partial(state.stream_slots.release, slot)
+    return ByteStreamResponse(frames(), "text/event-stream", b": open\n\n", SSE_HEADERS, on_close=release)
 
 
 async def _sent(state: Any, connection_id: str, session_id: str | None, last: str | None) -> AsyncIterator[Sent]:
