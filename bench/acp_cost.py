@@ -3,6 +3,7 @@ in one run: its first update's latency and the gateway's CPU per update.
 
     .venv/bin/python bench/acp_cost.py                 # 10 rounds of each kind, 10 prompts at once in each
     .venv/bin/python bench/acp_cost.py -n 2 -c 2       # a small run, to check the script itself
+    .venv/bin/python bench/acp_cost.py -n 4 --tokens 800   # four times the updates a prompt (20 s answers)
 
 On a private redis-server, one `tokentail gateway` process and one `tokentail worker` process (no auth,
 no tenant limits), the offline scripted model. Three kinds of client, each `--concurrency` lanes, each
@@ -272,7 +273,14 @@ if __name__ == "__main__":
     parser.add_argument("-n", "--rounds", type=int, default=10, help="rounds of each kind")
     parser.add_argument("-c", "--concurrency", type=int, default=10, help="prompts at once in a round (lanes)")
     parser.add_argument(
+        "--tokens",
+        type=int,
+        default=PARAMS["tokens"],
+        help="tokens an answer (200), at 40 a second (an update every 2): how many updates share a prompt's costs",
+    )
+    parser.add_argument(
         "--redis-connections", type=int, default=8, help="the gateway's TOKENTAIL_GATEWAY_REDIS_CONNECTIONS (8)"
     )
     args = parser.parse_args()
+    PARAMS["tokens"] = args.tokens
     asyncio.run(main(args.rounds, args.concurrency, args.redis_connections))

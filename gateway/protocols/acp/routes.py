@@ -16,7 +16,6 @@ import functools
 import json
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator
-from importlib.metadata import version
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, WebSocket
@@ -36,6 +35,7 @@ from tokentail.gateway.protocols.acp.streams import Sent, outbox, session_messag
 from tokentail.gateway.reading.response import ByteStreamResponse
 from tokentail.gateway.reading.streams import SSE_HEADERS
 from tokentail.shared.features.acp_connections import AcpConnection, AcpConnections
+from tokentail.shared.features.workers import version
 from tokentail.shared.vocabulary.errors import InvalidInput, SessionNotFound, TokentailError
 
 router = APIRouter(include_in_schema=False)
@@ -81,7 +81,7 @@ async def _connect(
         "protocolVersion": PROTOCOL_VERSION,
         "agentCapabilities": capabilities(),
         "authMethods": [],
-        "agentInfo": {"name": "tokentail", "version": version("tokentail")},
+        "agentInfo": {"name": "tokentail", "version": version()},  # (read once: it parses the metadata)
     }
     return connection_id, response(message["id"], result)
 
@@ -126,8 +126,11 @@ def _frames(sent: Sent) -> bytes:
     ).encode()
 
 
+_ASCII_COMPACT = json.JSONEncoder(separators=(",", ":"))  # made once: json.dumps makes one a call
+
+
 def _compact(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"))
+    return _ASCII_COMPACT.encode(message)
 
 
 @router.get("/acp")
