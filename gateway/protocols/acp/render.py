@@ -17,7 +17,8 @@ agent's requests, a prompt's answer), from a session's stored events, for one co
     run.spawned           the child is the parent's tool call (the spawn's): its text, each block
                           whole, as that call's content; its own tool calls as tool calls
     run ends              of a run this connection prompted: the prompt's answer, `stopReason`
-                          `end_turn` or `cancelled`; a failed run, a JSON-RPC error with its type
+                          `end_turn`, `cancelled`, or `max_tokens` for an answer cut at the output
+                          bound (`output_too_large`); another failure, a JSON-RPC error with its type
     the rest              nothing (ACP has no shape for status lines, steers or what a takeover drops)
 
 Every message is a function of the stored events (and of which runs the connection prompted), so any
@@ -94,10 +95,17 @@ def permission_request(session_id: str, run_id: str, question: InputRequired) ->
 
 def ended(request_id: Any, ending: RunCompleted | RunFailed | RunCancelled) -> Message:
     """The answer to the prompt whose run ended so."""
-    if isinstance(ending, RunFailed):
+    if isinstance(ending, RunFailed) and ending.error.type != "output_too_large":
         error = {"code": FAILED, "message": ending.error.message, "data": {"type": ending.error.type}}
         return {"jsonrpc": "2.0", "id": request_id, "error": error}
-    stop = "end_turn" if isinstance(ending, RunCompleted) else "cancelled"
+    # (an answer cut at the deployment's output bound: a turn ended at its length)
+    stop = (
+        "end_turn"
+        if isinstance(ending, RunCompleted)
+        else "cancelled"
+        if isinstance(ending, RunCancelled)
+        else "max_tokens"
+    )
     return {"jsonrpc": "2.0", "id": request_id, "result": {"stopReason": stop}}
 
 

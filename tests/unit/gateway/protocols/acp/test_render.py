@@ -100,6 +100,16 @@ def test_a_failed_or_cancelled_run_answers_its_prompt_so() -> None:
         (0, {"stopReason": "cancelled"}),
         (1, {"stopReason": "cancelled"}),
     ]
+    # An answer cut at the deployment's output bound is a turn ended at its length, as ACP says it.
+    cut = stored(
+        ("run.queued", {"input": "x"}),
+        ("run.failed", {"error": {"type": "output_too_large", "message": "too long"}}),
+    )
+    assert rendered(AcpUpdates(SESSION, {RUN: ["p-2"]}), cut)[-1] == {
+        "jsonrpc": "2.0",
+        "id": "p-2",
+        "result": {"stopReason": "max_tokens"},
+    }
 
 
 def test_a_prompt_s_blocks_become_its_input_and_what_is_not_taken_is_refused() -> None:
