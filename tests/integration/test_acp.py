@@ -128,6 +128,11 @@ async def connected_to(url: str, editor: Editor, *, ws: bool = False, key: str |
             await transport.close()
 
 
+async def prompted(connection: Any, session_id: str, text: str) -> Any:
+    """The answer to a `session/prompt` of `text`: its turn's end."""
+    return await asyncio.wait_for(connection.prompt(session_id=session_id, prompt=[text_block(text)]), 60)
+
+
 def connected(gateway: Gateway, editor: Editor, *, ws: bool = False, key: str = KEY, agent: str = "") -> Any:
     """`connected_to` a gateway of the in-process stack, with `key`, `?agent=` if named."""
     return connected_to(f"{gateway.url}/acp" + (f"?agent={agent}" if agent else ""), editor, ws=ws, key=key)
@@ -141,9 +146,7 @@ async def test_a_prompt_streams_its_answer_and_tool_call_whole_and_ends_its_turn
     async with connected(gateways[0], editor, ws=ws) as connection:
         session = await connection.new_session(cwd="/work", mcp_servers=[])
         assert session.session_id.startswith("s_")
-        done = await asyncio.wait_for(
-            connection.prompt(session_id=session.session_id, prompt=[text_block(QUESTION)]), 60
-        )
+        done = await prompted(connection, session.session_id, QUESTION)
     assert done.stop_reason == "end_turn"
     async with _rest(gateways[1]) as rest:
         state = (await rest.get(f"/v1/sessions/{session.session_id}")).json()
@@ -161,13 +164,9 @@ async def test_a_run_reads_a_file_through_the_connected_editor_and_fails_clearly
     editor = Editor()
     async with connected(gateways[0], editor, agent="reads") as connection:
         session = await connection.new_session(cwd="/work", mcp_servers=[])
-        done = await asyncio.wait_for(
-            connection.prompt(session_id=session.session_id, prompt=[text_block("/work/a.py")]), 60
-        )
+        done = await prompted(connection, session.session_id, "/work/a.py")
         # A file past what an answer holds (an event's 256 KiB): the run hears so at once, not at its expiry.
-        huge = await asyncio.wait_for(
-            connection.prompt(session_id=session.session_id, prompt=[text_block("/work/huge.txt")]), 60
-        )
+        huge = await prompted(connection, session.session_id, "/work/huge.txt")
     assert done.stop_reason == huge.stop_reason == "end_turn" and editor.read == ["/work/a.py", "/work/huge.txt"]
     assert editor.said() == (
         "It says: hello from /work/a.py"
@@ -179,9 +178,7 @@ async def test_a_run_reads_a_file_through_the_connected_editor_and_fails_clearly
     unable = Editor(serves=False)
     async with connected(gateways[1], unable, agent="reads_or_gives_up") as connection:
         session = await connection.new_session(cwd="/work", mcp_servers=[])
-        done = await asyncio.wait_for(
-            connection.prompt(session_id=session.session_id, prompt=[text_block("/work/b.py")]), 60
-        )
+        done = await prompted(connection, session.session_id, "/work/b.py")
     assert done.stop_reason == "end_turn" and unable.read == []
     assert unable.said().startswith(
         "Could not read it: fs/read_text_file: no client served fs/read_text_file within 1 s"
@@ -195,9 +192,7 @@ async def test_a_model_reads_writes_and_runs_a_command_through_the_editor_s_tool
     async with connected(gateways[0], editor, agent="coder") as connection:
         session = await connection.new_session(cwd="/work", mcp_servers=[])
         for prompt in ("Please read Notes", "Write down Notes", "Run the command Pytest"):
-            done = await asyncio.wait_for(
-                connection.prompt(session_id=session.session_id, prompt=[text_block(prompt)]), 60
-            )
+            done = await prompted(connection, session.session_id, prompt)
             assert done.stop_reason == "end_turn"
     assert editor.read == ["Notes"] and editor.written == {"Notes": "Notes"}
     # The command's four requests, each a wait of the run with no worker held, each sent once.
@@ -219,7 +214,7 @@ async def test_a_permission_is_asked_of_the_editor_and_its_answer_goes_on(gatewa
     editor = Editor(choose=lambda options: next(o.option_id for o in options if o.kind == "reject_once"))
     async with connected(gateways[0], editor, agent="approval") as connection:
         session = await connection.new_session(cwd="/work", mcp_servers=[])
-        done = await asyncio.wait_for(connection.prompt(session_id=session.session_id, prompt=[text_block("go")]), 60)
+        done = await prompted(connection, session.session_id, "go")
     assert done.stop_reason == "end_turn"
     ((tool_call, options),) = editor.asked
     assert tool_call.title == "Delete 3 files?" and {o.kind for o in options} == {"allow_once", "reject_once"}
@@ -303,7 +298,7 @@ async def test_a_session_loads_on_another_gateway_with_its_history_once_and_not_
     first = Editor()
     async with connected(gateways[0], first) as connection:
         session = await connection.new_session(cwd="/work", mcp_servers=[])
-        await asyncio.wait_for(connection.prompt(session_id=session.session_id, prompt=[text_block(QUESTION)]), 60)
+        await prompted(connection, session.session_id, QUESTION)
     answer = first.said()
 
     again = Editor()
@@ -314,9 +309,7 @@ async def test_a_session_loads_on_another_gateway_with_its_history_once_and_not_
         assert said == [QUESTION]
         assert again.kinds().count("tool_call") == 1
         # Then the session goes on here: a follow-up streams after the history, nothing of it twice.
-        done = await asyncio.wait_for(
-            connection.prompt(session_id=session.session_id, prompt=[text_block("and 2 * 3?")]), 60
-        )
+        done = await prompted(connection, session.session_id, "and 2 * 3?")
         assert done.stop_reason == "end_turn"
         assert again.said().startswith(answer) and len(again.said()) > len(answer)
 
@@ -339,9 +332,7 @@ async def test_a_session_loads_on_another_gateway_with_its_history_once_and_not_
             await connection.new_session(cwd="/work", mcp_servers=[])
     async with connected(gateways[0], Editor(), key=tokens[1]) as connection:
         await connection.load_session(cwd="/work", session_id=session.session_id, mcp_servers=[])
-        done = await asyncio.wait_for(
-            connection.prompt(session_id=session.session_id, prompt=[text_block("and 1 + 1?")]), 60
-        )
+        done = await prompted(connection, session.session_id, "and 1 + 1?")
         assert done.stop_reason == "end_turn"
 
 
