@@ -274,6 +274,24 @@ async def test_a_prompt_while_a_turn_is_going_steers_it_where_chats_steer_and_bo
     assert [answer.stop_reason for answer in done] == ["end_turn", "end_turn"]
 
 
+async def test_a_session_made_to_reject_refuses_a_prompt_while_its_turn_is_going(
+    gateways: list[Gateway], gates: Gates
+) -> None:
+    async with connected(gateways[0], Editor(), agent="held") as connection, _rest(gateways[0]) as rest:
+        with pytest.raises(RequestError):  # (the SDK sends its extra arguments as `_meta`)
+            await connection.new_session(cwd="/work", mcp_servers=[], multitask="sometimes")
+        session = await connection.new_session(cwd="/work", mcp_servers=[], multitask="reject")
+        first = asyncio.create_task(connection.prompt(session_id=session.session_id, prompt=[text_block("hold")]))
+        run_id = await eventually(lambda: _active_run(rest, session.session_id), what="the prompt's run")
+        await eventually(lambda: gates.reached(run_id) == [1], what="the run at its gate")
+        with pytest.raises(RequestError, match="active run"):
+            await prompted(connection, session.session_id, "and")
+        gates.release(run_id)
+        assert (await asyncio.wait_for(first, 60)).stop_reason == "end_turn"
+        state = (await rest.get(f"/v1/sessions/{session.session_id}")).json()
+    assert len(state["runs"]) == 1 and state["metadata"]["acp"]["multitask"] == "reject"
+
+
 async def test_a_cancel_posted_to_another_gateway_ends_the_turn_cancelled(
     gateways: list[Gateway], gates: Gates
 ) -> None:

@@ -17,6 +17,10 @@ A run can ask a person and wait for the answer, for minutes or days, with no wor
     form = await ctx.ask("Details", kind="json", schema={...})         # any JSON Schema
     a, b = await asyncio.gather(ctx.ask("Send?", kind="approval"), ctx.ask("Pay?", kind="approval"))
 
+A code editor connected over ACP is asked the same way, its program answering (docs/acp.md):
+
+    read = await ctx.client_request("fs/read_text_file", {"path": "/work/app.py"})  # {"content": ...}
+
 Questions asked at once (concurrent calls) are open together, each its own `input.required`, answered
 in any order. While it waits, the worker is free; the last answer (from any client, through any
 gateway) queues the run again, and a worker runs the agent again from its start, with the run's

@@ -5,11 +5,13 @@ comes with the run's end on the session's stream (render.py).
 
     initialize            the connection (routes.py: its answer is the POST's own)
     session/new           a session (the ACP `sessionId` is its id), of the connection's agent or the one
-                          `_meta.agent` names; `cwd` and `mcpServers` kept in its metadata (`acp`)
+                          `_meta.agent` names; `cwd`, `mcpServers` and `_meta.multitask` kept in its
+                          metadata (`acp`)
     session/load          the session's history replayed as updates, then the answer (in one outbox entry:
                           in order), and its stream from there on (the turn still going, as it goes)
     session/resume        its stream from now on, nothing replayed
-    session/prompt        a run with the prompt's content as its input, in line behind the one going
+    session/prompt        a run with the prompt's content as its input; while one is going, in line
+                          behind it, a steer of it, or refused: the session's `multitask`
     session/cancel        the session's active run cancelled (and its children)
     a permission's answer the question answered (`QUESTION_PREFIX` ids), from any gateway
 """
@@ -46,6 +48,7 @@ from tokentail.shared.vocabulary.errors import (
 from tokentail.shared.vocabulary.records import Question, SessionRecord
 
 PROTOCOL_VERSION = 1
+MULTITASKS = ("steer", "enqueue", "reject")  # what a prompt does while a turn is going (a session's choice)
 MAX_SESSIONS = 64  # sessions one connection shows at once (each a stream)
 REPLAY_READ = 1000  # events a load reads at once
 
@@ -171,14 +174,20 @@ class AcpMethods:
                 raise AcpError(METHOD_NOT_FOUND, f"{method}: not served by tokentail (docs/acp.md)", {"method": method})
 
     async def _new(self, params: dict[str, Any]) -> str:
-        meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
-        agent = meta.get("agent") if isinstance(meta, dict) else None
+        given = params.get("_meta")
+        meta: dict[str, Any] = given if isinstance(given, dict) else {}
+        agent = meta.get("agent")
         agent = agent if isinstance(agent, str) else self.connection.agent
         check_agent_name(agent, self.commands.settings)
+        multitask = meta.get("multitask")
+        if multitask is not None and multitask not in MULTITASKS:
+            raise AcpError(INVALID_PARAMS, f"_meta.multitask: one of {', '.join(MULTITASKS)}, not {multitask!r}")
         self._check_room(None)  # (before the session is made: one it could not show is not made)
         commands, tenant = self.commands, self.caller.tenant
         await commands.budget.spend(tenant, queues=False)
         kept = {"cwd": params.get("cwd"), "mcpServers": params.get("mcpServers") or []}
+        if multitask is not None:
+            kept["multitask"] = multitask
         session = SessionRecord(
             session_id=new_session_id(),
             created_at=time.time(),
@@ -230,8 +239,10 @@ class AcpMethods:
         return [*messages, response(request_id, {"sessionId": session.session_id})]
 
     async def _prompt(self, params: dict[str, Any], request_id: Any) -> None:
-        """A run of the prompt; while a turn is going, in line behind it, or (the deployment's chats steer:
-        `TOKENTAIL_CHAT_WHILE_RUNNING=steer`) taken in by it, whose end then answers this prompt too."""
+        """A run of the prompt; while a turn is going, as the session's `multitask` says (`session/new`'s
+        `_meta.multitask`), else as the deployment's chats do (`TOKENTAIL_CHAT_WHILE_RUNNING`): in line
+        behind it (`enqueue`), taken in by it (`steer`: its end then answers this prompt too), or refused
+        (`reject`: a JSON-RPC error, nothing queued)."""
         session = await self._session(params)
         text = prompt_text(params.get("prompt"))
         run_id, connection_id = new_run_id(), self.connection.connection_id
@@ -240,7 +251,9 @@ class AcpMethods:
         if session.session_id not in self.connection.sessions:
             await self._open(session.session_id, session.last_event_id)
         commands = self.commands
-        multitask = "steer" if commands.settings.chat_while_running == "steer" else "enqueue"
+        multitask = (session.metadata.get("acp") or {}).get("multitask")
+        if multitask not in MULTITASKS:
+            multitask = "steer" if commands.settings.chat_while_running == "steer" else "enqueue"
         args = (commands.store, commands.runs, commands.settings, commands.budget, self.caller, session.session_id)
         queued = await queue_follow_up(*args, CreateRun(input=text, multitask=multitask), run_id)
         if queued.run_id != run_id:  # it steered the run going
