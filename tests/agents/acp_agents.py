@@ -22,3 +22,15 @@ async def reads_a_file(ctx: RunContext, expires_in: float = 60.0) -> None:
 async def reads_or_gives_up(ctx: RunContext) -> None:
     """`reads_a_file`, waiting a second for an editor."""
     await reads_a_file(ctx, expires_in=1.0)
+
+
+async def writes_a_large_file(ctx: RunContext) -> None:
+    """Writes a large file through the editor, at the path its input names: 100,000 characters (more
+    than a third of an event's bound), or for a path with `huge` in it 200,000 (past what a request takes)."""
+    content = "x" * (200_000 if "huge" in ctx.input else 100_000)
+    try:
+        await ctx.client_request("fs/write_text_file", {"path": ctx.input, "content": content})
+    except ToolError as exc:
+        await ctx.delta(f"Not written: {exc}")
+        return
+    await ctx.delta("Written.")

@@ -42,6 +42,7 @@ AGENTS = {
     "reads": "tests.agents.acp_agents:reads_a_file",
     "reads_or_gives_up": "tests.agents.acp_agents:reads_or_gives_up",
     "coder": "tests.agents.acp_agents:CODER",
+    "writes": "tests.agents.acp_agents:writes_a_large_file",
 }
 QUESTION = "What is 6 * 7?"  # the scripted model calls the calculator, then answers
 
@@ -172,6 +173,18 @@ async def test_a_run_reads_a_file_through_the_connected_editor_and_fails_clearly
         "It says: hello from /work/a.py"
         "Could not read it: fs/read_text_file: its result could not be taken: "
         "the answer's event exceeds 262144 bytes of JSON"
+    )
+
+    # A large write: its content goes to the editor whole, once (the question's prompt shows a part);
+    # one past what a request takes is refused in the run, which hears why.
+    writer = Editor()
+    async with connected(gateways[0], writer, agent="writes") as connection:
+        session = await connection.new_session(cwd="/work", mcp_servers=[])
+        assert (await prompted(connection, session.session_id, "/work/big.txt")).stop_reason == "end_turn"
+        assert (await prompted(connection, session.session_id, "/work/huge.txt")).stop_reason == "end_turn"
+    assert list(writer.written) == ["/work/big.txt"] and len(writer.written["/work/big.txt"]) == 100_000
+    assert writer.said() == (
+        "Written.Not written: fs/write_text_file: its params are 200041 bytes of JSON, past 131072"
     )
 
     # An editor that did not say it serves files is not asked: the request expires, and the run hears why.

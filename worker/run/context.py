@@ -65,7 +65,6 @@ this API.
 
 import asyncio
 import inspect
-import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -95,7 +94,7 @@ from tokentail.worker.run.children import (
     InlineChild,
     InlineChildren,
 )
-from tokentail.worker.run.questions import Batch, Questions
+from tokentail.worker.run.questions import Batch, Questions, client_prompt
 from tokentail.worker.run.usage import UsageMeter
 from tokentail.worker.writes.writer import EventWriter, tool_end
 
@@ -278,10 +277,11 @@ class RunContext:
         """Ask the client's own program (a code editor connected over ACP: `fs/read_text_file`,
         `fs/write_text_file`, `terminal/...`, docs/acp.md) and wait for its result with no worker held, as
         a question is waited for: the result, or `ToolError` when the client failed it or none served it
-        within `expires_in` seconds (no editor connected, or one without that capability)."""
+        within `expires_in` seconds (no editor connected, or one without that capability), or params past
+        `CLIENT_PARAMS_BYTES` (a file's content: the question carries it, and the run's record keeps it)."""
         unanswered = f"no client served {method} within {expires_in:g} s (is an editor connected over ACP?)"
         answer = await self._questions.ask(
-            f"{method} {json.dumps(params, ensure_ascii=False)}",
+            client_prompt(method, params),  # (ToolError past CLIENT_PARAMS_BYTES)
             kind="json",
             choices=None,
             schema={"type": "object"},

@@ -6,6 +6,7 @@ on after their answers asks them again and gets each answer back at once.
 for at once, gathered over a few turns of the event loop."""
 
 import asyncio
+import hashlib
 import json
 import secrets
 import time
@@ -15,9 +16,9 @@ from typing import Any, Generic, NoReturn, TypeVar
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
-from tokentail.shared.vocabulary.events import ClientRequest, InputKind
+from tokentail.shared.vocabulary.events import MAX_EVENT_BYTES, ClientRequest, InputKind
 from tokentail.shared.vocabulary.records import OnExpiry, Question, RunRecord
-from tokentail.worker.agent_errors import WaitingForInput
+from tokentail.worker.agent_errors import ToolError, WaitingForInput
 from tokentail.worker.run.attempt import Attempt
 from tokentail.worker.writes.writer import EventWriter
 
@@ -36,6 +37,10 @@ APPROVAL_SCHEMA = {
 # Each question that joins waits as long again; one asked after its task waited on other I/O is the
 # next batch's (asked when the run goes on).
 BATCH_TURNS = 8
+PROMPT_PARAMS_SHOWN = 200  # characters of a client request's params its question's prompt shows
+# A client request's params at most (a file's content, written): its event carries them (within
+# MAX_EVENT_BYTES), and the run's record keeps every question it asked.
+CLIENT_PARAMS_BYTES = MAX_EVENT_BYTES // 2
 
 
 async def _landed() -> None:
@@ -94,6 +99,20 @@ def answer_schema(kind: InputKind, choices: list[str] | None, schema: dict[str, 
     except SchemaError as exc:  # here, in the agent, rather than at the first answer
         raise ValueError(f"not a JSON Schema: {exc.message}") from None
     return schema
+
+
+def client_prompt(method: str, params: dict[str, Any]) -> str:
+    """The prompt of a question asked of the client's program (`RunContext.client_request`), as the REST
+    API and the console show it: the request, its params cut short (a file's content is in the params the
+    event carries already, once), and a digest of them whole, so that an attempt that goes on asks the
+    same request again and tells it from another. ToolError for params past CLIENT_PARAMS_BYTES."""
+    shown = json.dumps(params, ensure_ascii=False, sort_keys=True)
+    if (size := len(shown.encode())) > CLIENT_PARAMS_BYTES:
+        raise ToolError(f"{method}: its params are {size} bytes of JSON, past {CLIENT_PARAMS_BYTES}")
+    if len(shown) <= PROMPT_PARAMS_SHOWN:
+        return f"{method} {shown}"
+    digest = hashlib.sha256(shown.encode()).hexdigest()[:16]
+    return f"{method} {shown[:PROMPT_PARAMS_SHOWN]}… ({digest})"
 
 
 class Questions:
