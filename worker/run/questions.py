@@ -18,7 +18,7 @@ from jsonschema.exceptions import SchemaError, best_match
 
 from tokentail.shared.vocabulary.events import MAX_EVENT_BYTES, ClientRequest, InputKind
 from tokentail.shared.vocabulary.records import OnExpiry, Question, RunRecord
-from tokentail.worker.agent_errors import ToolError, WaitingForInput
+from tokentail.worker.agent_errors import EventTooLarge, ToolError, WaitingForInput
 from tokentail.worker.run.attempt import Attempt
 from tokentail.worker.writes.writer import EventWriter
 
@@ -121,6 +121,7 @@ class Questions:
 
     def __init__(self, writer: EventWriter, run: RunRecord, attempt: Attempt) -> None:
         self._attempt = attempt
+        self._run_id = run.run_id
         self._asked = run.asked  # questions asked before this attempt, all answered
         self._answers = run.answers
         self._asks = 0  # `ask` calls so far in this attempt
@@ -170,6 +171,9 @@ class Questions:
             batch=self._resumes,
             client=client,
         )
+        # (written by the run's lease, not its writer: bounded here as the writer bounds an event)
+        if (size := len(question.event(self._run_id).model_dump_json().encode())) > MAX_EVENT_BYTES:
+            raise EventTooLarge(f"an input.required event of {size} bytes exceeds {MAX_EVENT_BYTES}")
         await self._batch.join(question)
 
     def _answered_before(self, prompt: str, call_id: str | None) -> Question | None:

@@ -8,7 +8,7 @@ import pytest
 from tests.unit.worker.writes.test_writer import RecordingLease, _writer
 from tokentail.shared.vocabulary.events import CustomData, Event, ReasoningDelta
 from tokentail.shared.vocabulary.records import Question, RunRecord
-from tokentail.worker.agent_errors import WaitingForInput
+from tokentail.worker.agent_errors import EventTooLarge, ToolError, WaitingForInput
 from tokentail.worker.run.context import RunContext, waiting_in
 
 if TYPE_CHECKING:  # the SDK is an extra
@@ -124,6 +124,10 @@ async def test_ask_refuses_what_it_could_not_keep_or_check_before_the_run_waits(
         await context.ask("Name?", expires_in=5, on_expiry="default", default=3)
     with pytest.raises(ValueError, match="state must be JSON"):
         await context.ask("Name?", state={"at": object()})
+    with pytest.raises(EventTooLarge, match="input.required event of"):
+        await context.ask("Name? " * 50_000)  # past an event's bound: the run fails `event_too_large`
+    with pytest.raises(ToolError, match="its params are"):  # an editor's request: the run hears it
+        await context.client_request("fs/write_text_file", {"path": "/a", "content": "x" * 200_000})
     with pytest.raises(WaitingForInput) as waiting:
         await context.ask("Name?", kind="text", expires_in=60, on_expiry="default", default="nobody")
     assert waiting.value.questions[0].answer_schema == {"type": "string"}
