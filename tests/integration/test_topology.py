@@ -447,8 +447,11 @@ async def test_a_run_that_waits_for_an_answer_keeps_its_watch_past_its_job_s_fin
 
 
 async def test_a_run_that_ran_past_a_lease_leaves_its_watch_to_the_reaper_that_moved_it(
-    store: SessionStore, runs: AllWrites, queue: Redis, pickups: Any
+    store: SessionStore, sessions: RedisCluster, settings: Settings, queue: Redis, pickups: Any
 ) -> None:
+    # A long lease: the reaper below must find it alive (a loaded CI box once took the fixtures' 3 s
+    # between the run's start and the reaper's look, which then took the run over instead).
+    runs = AllWrites(sessions, settings.model_copy(update={"lease_ms": 60_000}), queue=queue)
     pickup = await pickups(runs)
     session, run, job = await _started(runs, pickup)
     await _make_due(store, queue)
