@@ -147,7 +147,7 @@ async def stream(request: Request, caller: CallerDep) -> Response:
     slot = await state.stream_slots.take(caller.tenant, caller.session_id)
 
     async def frames() -> AsyncGenerator[bytes, None]:
-        async for sent in _sent(state, connection.connection_id, session_id, last):
+        async for sent in _sent(state, connection, session_id, last):
             yield _frames(sent)
 
     # (`: open`: the headers go now: a client waits for them before it posts to the session)
@@ -155,8 +155,8 @@ async def stream(request: Request, caller: CallerDep) -> Response:
     return ByteStreamResponse(frames(), "text/event-stream", b": open\n\n", SSE_HEADERS, on_close=release)
 
 
-async def _sent(state: Any, connection_id: str, session_id: str | None, last: str | None) -> AsyncIterator[Sent]:
-    connections = connections_of(state)
+async def _sent(state: Any, connection: AcpConnection, session_id: str | None, last: str | None) -> AsyncIterator[Sent]:
+    connections, connection_id = connections_of(state), connection.connection_id
     if session_id is None:
         async for sent in outbox(state.hub, connections, connection_id, last or "0"):
             yield sent
@@ -168,7 +168,7 @@ async def _sent(state: Any, connection_id: str, session_id: str | None, last: st
                 yield None
             after = place
     if after is not None:
-        async for sent in session_messages(state.hub, state.settings, connections, connection_id, session_id, after):
+        async for sent in session_messages(state.hub, state.settings, connections, connection, session_id, after):
             yield sent
 
 
@@ -227,9 +227,7 @@ async def _converse(
                 await methods.handle(message)
             for session_id, after in list(connection.sessions.items()):
                 if session_id not in pumps:
-                    messages = session_messages(
-                        state.hub, state.settings, connections, connection_id, session_id, after
-                    )
+                    messages = session_messages(state.hub, state.settings, connections, connection, session_id, after)
                     pumps[session_id] = asyncio.create_task(pump(messages))
     finally:
         for task in pumps.values():

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from tokentail.gateway.live.hub import StreamHub
 from tokentail.gateway.protocols.acp.render import AcpUpdates, Message, answers_in, client_methods
 from tokentail.gateway.reading.feed import EventFeed, start_position
-from tokentail.shared.features.acp_connections import AcpConnections
+from tokentail.shared.features.acp_connections import AcpConnection, AcpConnections
 from tokentail.shared.plumbing.settings import Settings
 from tokentail.shared.vocabulary.events import TERMINAL_EVENTS, EventType
 
@@ -84,11 +84,18 @@ async def session_place(
 
 
 async def session_messages(
-    hub: StreamHub, settings: Settings, connections: AcpConnections, connection_id: str, session_id: str, after: int
+    hub: StreamHub,
+    settings: Settings,
+    connections: AcpConnections,
+    connection: AcpConnection,
+    session_id: str,
+    after: int,
 ) -> AsyncIterator[Sent]:
-    """The session's messages for the connection after event `after`, for as long as it is read."""
-    session, connection = await hub.store.get_session(session_id), await connections.get(connection_id)
-    serves = client_methods(connection.capabilities) if connection is not None else frozenset()
+    """The session's messages for the connection after event `after`, for as long as it is read (the
+    agent's requests only those its client said at `initialize` it serves)."""
+    connection_id = connection.connection_id
+    session = await hub.store.get_session(session_id)
+    serves = client_methods(connection.capabilities)
     updates = AcpUpdates(session_id, await connections.prompts(connection_id), answers_in(session), serves)
     start = await start_position(hub.store, session_id, after)
     feed = EventFeed(hub, session_id, start, settings.sse_batch, until_idle=False, transport="acp")
