@@ -107,11 +107,11 @@ def client_prompt(method: str, params: dict[str, Any]) -> str:
     event carries already, once), and a digest of them whole, so that an attempt that goes on asks the
     same request again and tells it from another. ToolError for params past CLIENT_PARAMS_BYTES."""
     shown = json.dumps(params, ensure_ascii=False, sort_keys=True)
-    if (size := len(shown.encode())) > CLIENT_PARAMS_BYTES:
+    if (size := len(whole := shown.encode())) > CLIENT_PARAMS_BYTES:
         raise ToolError(f"{method}: its params are {size} bytes of JSON, past {CLIENT_PARAMS_BYTES}")
     if len(shown) <= PROMPT_PARAMS_SHOWN:
         return f"{method} {shown}"
-    digest = hashlib.sha256(shown.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(whole).hexdigest()[:16]
     return f"{method} {shown[:PROMPT_PARAMS_SHOWN]}… ({digest})"
 
 

@@ -16,6 +16,7 @@ comes with the run's end on the session's stream (render.py).
     a permission's answer the question answered (`QUESTION_PREFIX` ids), from any gateway
 """
 
+import contextlib
 import time
 from typing import Any
 
@@ -51,6 +52,8 @@ PROTOCOL_VERSION = 1
 MULTITASKS = ("steer", "enqueue", "reject")  # what a prompt does while a turn is going (a session's choice)
 MAX_SESSIONS = 64  # sessions one connection shows at once (each a stream)
 REPLAY_READ = 1000  # events a load reads at once
+# What leaves a client's answer untaken, nothing to tell it: answered elsewhere, gone, or not an answer.
+_NOT_TAKEN = (InputNotPending, QuestionNotFound, SessionNotFound, SessionExpired, InvalidInput, InputTooLarge)
 
 # JSON-RPC's codes, and ACP's for what is not found.
 INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL = -32600, -32601, -32602, -32603
@@ -273,21 +276,19 @@ class AcpMethods:
         session = await self._session({"sessionId": session_id})
         run = next((run for run in session.runs if run.run_id == run_id), None)
         question = next((q for q in run.asked if q.input_id == input_id), None) if run is not None else None
-        answer = answer_of(question, message) if question is not None else None
-        if answer is None:
+        if question is None or (answer := answer_of(question, message)) is None:
             return
         store, runs = self.commands.store, self.commands.runs
-        try:
+        # (answered meanwhile elsewhere, the REST API or the console, or gone: nothing left to do)
+        with contextlib.suppress(*_NOT_TAKEN):
             try:
                 await answer_question(store, runs, session_id, run_id, input_id, answer)
             except (InvalidInput, InputTooLarge) as exc:
-                if question is None or question.client is None:
-                    raise
+                if question.client is None:
+                    return
                 # An editor's result too large to keep (a file past the event bound): the run hears so now.
                 refused = {"error": f"its result could not be taken: {exc}"}
                 await answer_question(store, runs, session_id, run_id, input_id, refused)
-        except (InputNotPending, QuestionNotFound, SessionNotFound, SessionExpired, InvalidInput, InputTooLarge):
-            pass  # answered meanwhile elsewhere (the REST API, the console), or gone: nothing left to do
 
 
 def answer_of(question: Question, message: dict[str, Any]) -> Any:
