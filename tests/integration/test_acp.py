@@ -134,6 +134,14 @@ async def prompted(connection: Any, session_id: str, text: str) -> Any:
     return await asyncio.wait_for(connection.prompt(session_id=session_id, prompt=[text_block(text)]), 60)
 
 
+async def turns(gateway: Gateway, editor: Editor, agent: str, *texts: str) -> list[str]:
+    """The stop reasons of `texts`, prompted one after the other in a new session of `agent` over a
+    connection of `editor`'s to `gateway`."""
+    async with connected(gateway, editor, agent=agent) as connection:
+        session = await connection.new_session(cwd="/work", mcp_servers=[])
+        return [(await prompted(connection, session.session_id, text)).stop_reason for text in texts]
+
+
 def connected(gateway: Gateway, editor: Editor, *, ws: bool = False, key: str = KEY, agent: str = "") -> Any:
     """`connected_to` a gateway of the in-process stack, with `key`, `?agent=` if named."""
     return connected_to(f"{gateway.url}/acp" + (f"?agent={agent}" if agent else ""), editor, ws=ws, key=key)
@@ -163,12 +171,9 @@ async def test_a_run_reads_a_file_through_the_connected_editor_and_fails_clearly
     gateways: list[Gateway],
 ) -> None:
     editor = Editor()
-    async with connected(gateways[0], editor, agent="reads") as connection:
-        session = await connection.new_session(cwd="/work", mcp_servers=[])
-        done = await prompted(connection, session.session_id, "/work/a.py")
-        # A file past what an answer holds (an event's 256 KiB): the run hears so at once, not at its expiry.
-        huge = await prompted(connection, session.session_id, "/work/huge.txt")
-    assert done.stop_reason == huge.stop_reason == "end_turn" and editor.read == ["/work/a.py", "/work/huge.txt"]
+    # A file past what an answer holds (an event's 256 KiB): the run hears so at once, not at its expiry.
+    assert await turns(gateways[0], editor, "reads", "/work/a.py", "/work/huge.txt") == ["end_turn"] * 2
+    assert editor.read == ["/work/a.py", "/work/huge.txt"]
     assert editor.said() == (
         "It says: hello from /work/a.py"
         "Could not read it: fs/read_text_file: its result could not be taken: "
@@ -178,10 +183,7 @@ async def test_a_run_reads_a_file_through_the_connected_editor_and_fails_clearly
     # A large write: its content goes to the editor whole, once (the question's prompt shows a part);
     # one past what a request takes is refused in the run, which hears why.
     writer = Editor()
-    async with connected(gateways[0], writer, agent="writes") as connection:
-        session = await connection.new_session(cwd="/work", mcp_servers=[])
-        assert (await prompted(connection, session.session_id, "/work/big.txt")).stop_reason == "end_turn"
-        assert (await prompted(connection, session.session_id, "/work/huge.txt")).stop_reason == "end_turn"
+    assert await turns(gateways[0], writer, "writes", "/work/big.txt", "/work/huge.txt") == ["end_turn"] * 2
     assert list(writer.written) == ["/work/big.txt"] and len(writer.written["/work/big.txt"]) == 100_000
     assert writer.said() == (
         "Written.Not written: fs/write_text_file: its params are 200041 bytes of JSON, past 131072"
@@ -189,10 +191,8 @@ async def test_a_run_reads_a_file_through_the_connected_editor_and_fails_clearly
 
     # An editor that did not say it serves files is not asked: the request expires, and the run hears why.
     unable = Editor(serves=False)
-    async with connected(gateways[1], unable, agent="reads_or_gives_up") as connection:
-        session = await connection.new_session(cwd="/work", mcp_servers=[])
-        done = await prompted(connection, session.session_id, "/work/b.py")
-    assert done.stop_reason == "end_turn" and unable.read == []
+    assert await turns(gateways[1], unable, "reads_or_gives_up", "/work/b.py") == ["end_turn"]
+    assert unable.read == []
     assert unable.said().startswith(
         "Could not read it: fs/read_text_file: no client served fs/read_text_file within 1 s"
     )
@@ -202,11 +202,8 @@ async def test_a_model_reads_writes_and_runs_a_command_through_the_editor_s_tool
     gateways: list[Gateway],
 ) -> None:
     editor = Editor()
-    async with connected(gateways[0], editor, agent="coder") as connection:
-        session = await connection.new_session(cwd="/work", mcp_servers=[])
-        for prompt in ("Please read Notes", "Write down Notes", "Run the command Pytest"):
-            done = await prompted(connection, session.session_id, prompt)
-            assert done.stop_reason == "end_turn"
+    prompts = ("Please read Notes", "Write down Notes", "Run the command Pytest")
+    assert await turns(gateways[0], editor, "coder", *prompts) == ["end_turn"] * 3
     assert editor.read == ["Notes"] and editor.written == {"Notes": "Notes"}
     # The command's four requests, each a wait of the run with no worker held, each sent once.
     assert editor.served == [
